@@ -1,0 +1,1 @@
+"""Turning MLflow runs into comparison tables, plots and a results report."""

@@ -1,0 +1,1 @@
+"""Networks compared by the suite: NoProp-DT (with and without decoder) and backprop baselines."""

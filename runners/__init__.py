@@ -1,0 +1,1 @@
+"""Command-line entry points: `python -m runners.compare`, `python -m runners.tune`."""

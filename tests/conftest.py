@@ -1,0 +1,34 @@
+"""Shared pytest fixtures and markers."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The offline dataset mirror sits next to the repository (../shared/datasets) on the build machines.
+DEFAULT_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: takes seconds (e.g. unpacks CIFAR-10); deselect with -m 'not slow'")
+
+
+@pytest.fixture(scope="session")
+def mirror_dir() -> Path:
+    """The offline dataset mirror (NOPROP_DATA_MIRROR, else ../shared/datasets); skips if absent."""
+    mirror = Path(os.environ.get("NOPROP_DATA_MIRROR") or DEFAULT_MIRROR)
+    if not (mirror / "SHA256SUMS").is_file():
+        pytest.skip(f"no dataset mirror with a SHA256SUMS at {mirror} (set NOPROP_DATA_MIRROR to point at one)")
+    return mirror
+
+
+@pytest.fixture(scope="session")
+def mnist_data_dir(mirror_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory with MNIST installed from the mirror, shared by the session; do not modify it."""
+    from bench.data import prepare
+
+    data_dir = tmp_path_factory.mktemp("mnist-data")
+    prepare("mnist", data_dir, mirror_dir)
+    return data_dir

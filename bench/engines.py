@@ -194,8 +194,10 @@ class NoPropEngine(Engine):
                         mse, held = self._block_step(t, xb, yb, measure)
                         mse_sum[t - 1] += mse * yb.shape[0]
                         held_peak = max(held_peak, held)
-                    ce_sum += self._shared_step(yb) * yb.shape[0]
-                    seen += yb.shape[0]
+                        # as in the paper's Algorithm 1, every block update also updates the head and
+                        # the embeddings (their loss does not involve any block)
+                        ce_sum += self._shared_step(yb) * yb.shape[0]
+                    seen += yb.shape[0] * len(blocks_in_pass)
                     if (i + 1) % SYNC_EVERY == 0:
                         self._check_nonfinite_blocks(mse_sum, epoch)
                         bar.set_postfix(ce=f"{ce_sum.item() / seen:.4f}")
@@ -205,7 +207,7 @@ class NoPropEngine(Engine):
             self.counted_peak_bytes = (self.param_bytes() + held_peak
                                        + optimizer_state_bytes(self.block_opts + [self.shared_opt]))
         self._check_nonfinite_blocks(mse_sum, epoch)
-        mse = (mse_sum / (seen / len(passes))).tolist()
+        mse = (mse_sum / (seen / T)).tolist()
         ce = ce_sum.item() / seen
         weights = self.model.weights.tolist()
         out = {"train_loss": sum(w * m for w, m in zip(weights, mse)) + ce, "train_ce": ce}
@@ -272,7 +274,7 @@ def embedding_health(model: NoPropDT) -> dict[str, float]:
     """Class-embedding norms, their smallest pairwise distance (collapse) and the head on clean embeddings."""
     embed = model.embed.detach().float()
     norms = embed.norm(dim=1)
-    dist = torch.cdist(embed, embed) + torch.eye(embed.shape[0], device=embed.device) * float("inf")
+    dist = torch.cdist(embed, embed).fill_diagonal_(float("inf"))
     head_ok = (model.head(embed).argmax(1) == torch.arange(embed.shape[0], device=embed.device)).float().mean()
     return {"embed_norm_mean": norms.mean().item(), "embed_norm_min": norms.min().item(),
             "embed_min_pairwise_dist": dist.min().item(), "head_on_clean_acc": head_ok.item()}

@@ -41,7 +41,7 @@ def sigmoid_signal(T: int, alpha_start: float, alpha_end: float, steepness: floa
     """ᾱ follows a logistic S-curve in t/T, rescaled to run from alpha_start to alpha_end."""
     t = torch.arange(T + 1, dtype=torch.float64)
     curve = torch.sigmoid(steepness * (t / T - 0.5))
-    lo, hi = torch.sigmoid(torch.tensor(-steepness / 2)), torch.sigmoid(torch.tensor(steepness / 2))
+    lo, hi = 1 / (1 + math.exp(steepness / 2)), 1 / (1 + math.exp(-steepness / 2))
     return alpha_start + (alpha_end - alpha_start) * (curve - lo) / (hi - lo)
 
 
@@ -122,9 +122,10 @@ def make_schedule(
 ) -> Schedule:
     """Build and validate a schedule whose ends are clamped so every SNR stays finite.
 
-    alpha_min is the signal level of the noisiest latent z_0 and snr_max caps the cleanest z_T;
-    the cosine family is clamped to [alpha_min, snr_max/(1+snr_max)], the other two families
-    run exactly between these ends.
+    alpha_min is the signal level of the noisiest latent z_0 and snr_max caps the cleanest z_T.
+    The cosine curve (0 at t=0, ≈1 at t=T) is mapped affinely onto [alpha_min, snr_max/(1+snr_max)],
+    which keeps it strictly increasing for any T; the other two families run between the same ends.
+    Ends that cross (alpha_min above the cap) give a decreasing schedule, which `validate` refuses.
     """
     if T < 1:
         raise ScheduleError(f"T must be >= 1, got {T}")
@@ -134,7 +135,7 @@ def make_schedule(
         raise ScheduleError(f"snr_max must be positive, got {snr_max}")
     alpha_max = snr_max / (1 + snr_max)
     if family == "cosine":
-        alpha_bar = cosine_signal(T, s).clamp(alpha_min, alpha_max)
+        alpha_bar = alpha_min + (alpha_max - alpha_min) * cosine_signal(T, s)
     elif family == "linear_logsnr":
         alpha_bar = linear_logsnr_signal(T, math.log(alpha_min / (1 - alpha_min)), math.log(snr_max))
     elif family == "sigmoid":

@@ -50,7 +50,8 @@ def class_prototypes(images: torch.Tensor, labels: torch.Tensor, num_classes: in
     for c in range(num_classes):
         members = images[labels == c].flatten(1).float()
         dist = torch.cdist(members, members)
-        protos.append(members[dist.median(dim=1).values.argmin()])
+        dist.fill_diagonal_(float("nan"))  # distances to the *rest* of the class
+        protos.append(members[dist.nanmedian(dim=1).values.argmin()])
     return torch.stack(protos)
 
 

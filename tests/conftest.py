@@ -32,3 +32,29 @@ def mnist_data_dir(mirror_dir: Path, tmp_path_factory: pytest.TempPathFactory) -
     data_dir = tmp_path_factory.mktemp("mnist-data")
     prepare("mnist", data_dir, mirror_dir)
     return data_dir
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty, fully migrated MLflow SQLite store, made once: creating one costs seconds of migrations."""
+    import mlflow
+
+    path = tmp_path_factory.mktemp("mlflow-template") / "mlflow.db"
+    mlflow.MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def mlflow_uri(_mlflow_template: Path, tmp_path: Path) -> str:
+    """A fresh MLflow tracking URI (a copy of the template store) for one test."""
+    import shutil
+
+    import mlflow
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(_mlflow_template, db)
+    uri = f"sqlite:///{db}"
+    yield uri
+    if mlflow.active_run():
+        mlflow.end_run()

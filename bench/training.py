@@ -69,7 +69,10 @@ def build_engine(method: str, model: torch.nn.Module, cfg: dict[str, Any], devic
     engine_cls = NoPropEngine if method.startswith("noprop") else BackpropEngine
     engine = engine_cls(method, model, cfg, device, precision, seed)
     if cfg["compile"]:
-        engine.model.compile()
+        # NoProp-DT trains block by block, so each block is compiled; the baselines as a whole
+        targets = engine.model.blocks if isinstance(engine, NoPropEngine) else [engine.model]
+        for module in targets:
+            module.compile()
     return engine
 
 

@@ -20,6 +20,8 @@ def mirror_dir() -> Path:
     """The offline dataset mirror (NOPROP_DATA_MIRROR, else ../shared/datasets); skips if absent."""
     mirror = Path(os.environ.get("NOPROP_DATA_MIRROR") or DEFAULT_MIRROR)
     if not (mirror / "SHA256SUMS").is_file():
+        if os.environ.get("NOPROP_REQUIRE_MIRROR"):  # CI: real-data tests must run, never skip
+            pytest.fail(f"NOPROP_REQUIRE_MIRROR is set but there is no dataset mirror at {mirror}")
         pytest.skip(f"no dataset mirror with a SHA256SUMS at {mirror} (set NOPROP_DATA_MIRROR to point at one)")
     return mirror
 

@@ -27,8 +27,9 @@ class NonFiniteLoss(RuntimeError):
     """Training produced NaN or inf; the message names the method, epoch and block."""
 
 
-def make_optimizer(params: list[nn.Parameter], train_cfg: dict[str, Any]) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"])
+def make_optimizer(params: list[nn.Parameter], train_cfg: dict[str, Any], lean: bool = True) -> torch.optim.AdamW:
+    """AdamW; `lean` uses the fused kernel (one kernel per step instead of several per tensor, CPU and CUDA)."""
+    return torch.optim.AdamW(params, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"], fused=lean)
 
 
 def batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -46,11 +47,13 @@ class Engine:
     name = "engine"
 
     def __init__(self, method: str, model: nn.Module, cfg: dict[str, Any], device: torch.device,
-                 precision: str, seed: int):
+                 precision: str, seed: int, lean: bool = True):
+        """`lean=False` gives the plain eager baseline of the benchmarks: default memory format, unfused AdamW."""
         self.method = method
-        # channels_last pays for bf16 (oneDNN) and on CUDA; measured slower for fp32 on CPU
-        self.memory_format = (torch.channels_last if device.type == "cuda" or precision == "bf16"
-                              else torch.contiguous_format)
+        self.lean = lean
+        # channels_last pays for bf16 (oneDNN) and on CUDA; on CPU in fp32 it measured no faster
+        use_cl = lean and (device.type == "cuda" or precision == "bf16")
+        self.memory_format = torch.channels_last if use_cl else torch.contiguous_format
         self.model = model.to(device).to(memory_format=self.memory_format)
         self.cfg = cfg
         self.train_cfg = cfg["train"]
@@ -95,7 +98,7 @@ class BackpropEngine(Engine):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.optimizer = make_optimizer(list(self.model.parameters()), self.train_cfg)
+        self.optimizer = make_optimizer(list(self.model.parameters()), self.train_cfg, self.lean)
         self.samples = self.cfg["noprop"]["inference_samples"] if isinstance(self.model, NoPropDT) else 1
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor, measure: bool = False) -> torch.Tensor:
@@ -151,8 +154,8 @@ class NoPropEngine(Engine):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         model: NoPropDT = self.model
-        self.block_opts = [make_optimizer(list(b.parameters()), self.train_cfg) for b in model.blocks]
-        self.shared_opt = make_optimizer(model.shared_parameters(), self.train_cfg)
+        self.block_opts = [make_optimizer(list(b.parameters()), self.train_cfg, self.lean) for b in model.blocks]
+        self.shared_opt = make_optimizer(model.shared_parameters(), self.train_cfg, self.lean)
         self.order = self.cfg["noprop"]["order"]
         self.samples = self.cfg["noprop"]["inference_samples"]
 

@@ -65,9 +65,9 @@ def build_model(method: str, cfg: dict[str, Any], data: DataSplits) -> torch.nn.
 
 
 def build_engine(method: str, model: torch.nn.Module, cfg: dict[str, Any], device: torch.device,
-                 precision: str, seed: int) -> Engine:
+                 precision: str, seed: int, lean: bool = True) -> Engine:
     engine_cls = NoPropEngine if method.startswith("noprop") else BackpropEngine
-    engine = engine_cls(method, model, cfg, device, precision, seed)
+    engine = engine_cls(method, model, cfg, device, precision, seed, lean=lean)
     if cfg["compile"]:
         # NoProp-DT trains block by block, so each block is compiled; the baselines as a whole
         targets = engine.model.blocks if isinstance(engine, NoPropEngine) else [engine.model]

@@ -24,6 +24,10 @@ from bench.hardware import DeviceError, resolve_device, resolve_precision
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
 
+class IncompleteComparison(RuntimeError):
+    """Some method failed; the parent run is marked FAILED and the command exits 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m runners.compare",
@@ -131,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
               f"see it with: mlflow ui --backend-store-uri {uri}")
         if failures:
             mlflow.set_tag("failed_methods", "; ".join(failures))
-            raise SystemExit(1)
+            raise IncompleteComparison(f"{len(failures)} method run(s) failed: " + "; ".join(failures))
     return 0
 
 
@@ -146,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.exit(2, f"{parser.prog}: data error: {err}\n")
     except DeviceError as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except IncompleteComparison as err:
+        print(f"{parser.prog}: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted: runs marked KILLED, finished epochs are kept in MLflow", file=sys.stderr)
         return 130

@@ -121,3 +121,37 @@ def test_prototypes_are_the_most_central_class_members():
     y = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     # class 0: median distance to the others is 2 (0), 1 (1), 9 (10), 2 (2); class 1: 2, 1, 2, 14
     assert class_prototypes(x, y, 2).flatten().tolist() == [1.0, 6.0]
+
+
+def test_diagnostics_give_known_values_for_a_perfect_chain():
+    """Oracle blocks + identity head: every accuracy is 1, embeddings are one-hot (norm 1, distance √2)."""
+    from bench.engines import chain_metrics
+
+    model, _ = noprop(T=3)
+    model.blocks = torch.nn.ModuleList(OracleBlock() for _ in range(3))
+    with torch.no_grad():
+        model.head.weight.copy_(torch.eye(10))
+        model.head.bias.zero_()
+    y = torch.arange(10).repeat(20)
+    x = torch.zeros(len(y), 1, 28, 28)
+    x[:, 0, 0, 0] = y.float()
+    out = chain_metrics(model, iter([(x, y)]), torch.device("cpu"), "fp32", samples=2, diagnostics=True,
+                        block_mse=False)
+    assert out["acc"] == 1.0 and out["acc_deterministic"] == 1.0
+    assert out["acc_after_k/03"] == 1.0
+    assert out["last_block_from_noise_acc"] == 1.0  # the oracle reads the class from x, not from z
+    assert out["head_on_clean_acc"] == 1.0
+    assert out["embed_norm_mean"] == pytest.approx(1.0)
+    assert out["embed_min_pairwise_dist"] == pytest.approx(2 ** 0.5)
+    # after one step from pure noise (ᾱ_1 small) the head on z_1 is far from perfect: the curve rises
+    assert out["acc_after_k/01"] < out["acc_after_k/03"]
+
+
+def test_a_useless_head_is_seen_by_the_diagnostics():
+    from bench.engines import embedding_health
+
+    model, _ = noprop(T=2)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.arange(10.0))  # always predicts class 9
+    assert embedding_health(model)["head_on_clean_acc"] == pytest.approx(0.1)

@@ -314,7 +314,12 @@ def test_unknown_run_id_is_reported(store, tmp_path, capsys):
 def full_report(store, tmp_path_factory) -> Path:
     """The complete report (figures, both formats, artifacts logged), generated once for the slow tests."""
     out = tmp_path_factory.mktemp("full") / "report"
-    assert run_report("--dataset", "mnist", "--tracking-uri", store["uri"], "--out", str(out)) == 0
+    cwd = os.getcwd()
+    os.chdir(out.parent)  # module scope runs before the autouse chdir: keep relative defaults out of the repo
+    try:
+        assert run_report("--dataset", "mnist", "--tracking-uri", store["uri"], "--out", str(out)) == 0
+    finally:
+        os.chdir(cwd)
     return out
 
 

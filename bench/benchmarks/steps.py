@@ -25,19 +25,15 @@ def make_step(method: str, dataset: str, precision: str, device: torch.device, *
               batch: int = 128, T: int = 10, compile: bool = False) -> Callable[[], None]:
     """A closure that runs one training step (for NoProp-DT: all T blocks on one batch) and waits for it.
 
-    `eager=True` is the plain baseline: fp32, default memory format, no autocast.
+    `eager=True` is the plain baseline: default memory format and unfused AdamW (pass precision fp32).
     """
     cfg = copy.deepcopy(config_lib.DEFAULTS)
     cfg["noprop"]["T"] = T
     cfg["compile"] = compile
     data = synthetic_batch(dataset, batch, device)
     torch.manual_seed(0)
-    engine = build_engine(method, build_model(method, cfg, data), cfg, device, precision, seed=0)
-    x, y = data.train_x, data.train_y.to(device)
-    if eager:
-        engine.model = engine.model.to(memory_format=torch.contiguous_format)
-    else:
-        x = x.contiguous(memory_format=engine.memory_format)
+    engine = build_engine(method, build_model(method, cfg, data), cfg, device, precision, seed=0, lean=not eager)
+    x, y = data.train_x.contiguous(memory_format=engine.memory_format), data.train_y
     engine.model.train()
 
     def step() -> None:

@@ -14,8 +14,8 @@ and bounds or choices that the config itself would refuse (an unknown schedule f
 
 Each trial samples the space, sets the values on the base config and validates the result exactly as
 training does (`config.validate`, which builds the schedule with `make_schedule`). A combination that
-fails — e.g. a cosine schedule whose alpha_min clamps two latents to the same signal level, so SNR stops
-increasing — is *rejected*: the trial ends PRUNED with the reason in its user attribute
+fails — e.g. ends that cross (alpha_min above the cap snr_max/(1+snr_max)), so SNR would decrease along
+the chain — is *rejected*: the trial ends PRUNED with the reason in its user attribute
 `rejected_reason` and is never trained. PRUNED (not FAIL) keeps the sampler informed: TPE ranks pruned
 trials as bad and steers away from the invalid region, while it ignores FAILed trials entirely.
 """
@@ -366,6 +366,7 @@ class TrialSetup:
     parent_run_id: str
     study_name: str
     prune: bool
+    code_fingerprint: str = ""
 
 
 class TrialObjective:
@@ -389,6 +390,8 @@ class TrialObjective:
 
         s = self.setup
         params = suggest(trial, s.space)
+        if s.code_fingerprint:
+            trial.set_user_attr("code_fingerprint", s.code_fingerprint)
         try:
             cfg = apply_params(s.base_cfg, params)
         except config_lib.ConfigError as err:
@@ -420,7 +423,7 @@ class TrialObjective:
         from bench.engines import NonFiniteLoss
 
         tags = {"kind": "trial", "study_name": s.study_name, "trial_number": str(trial.number),
-                "tuned_keys": ",".join(params)}
+                "tuned_keys": ",".join(params), "code_fingerprint": s.code_fingerprint}
         try:
             result = self.run_method(s.method, cfg, s.data, s.device, s.precision, s.seed,
                                      experiment_id=s.experiment_id, parent_run_id=s.parent_run_id,

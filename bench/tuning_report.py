@@ -134,10 +134,10 @@ def save_plots(study: Any, objectives: list[Objective], out_dir: Path) -> tuple[
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = make()
-            fig = (result.flat[0] if hasattr(result, "flat") else result).figure
-            fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 5))
-            path = out_dir / f"{name}.png"
-            fig.savefig(path, dpi=110, bbox_inches="tight")
+                fig = (result.flat[0] if hasattr(result, "flat") else result).figure
+                fig.set_size_inches(max(fig.get_size_inches()[0], 8), max(fig.get_size_inches()[1], 5))
+                path = out_dir / f"{name}.png"
+                fig.savefig(path, dpi=110, bbox_inches="tight")
             files.append(path)
         except Exception as err:  # a plot must never cost the study its results
             notes.append(f"{name}: skipped ({type(err).__name__}: {err})")

@@ -127,6 +127,40 @@ def open_storage(url: str) -> Any:
         raise StorageError(f"cannot open Optuna storage {mask_url(url)}: {type(err).__name__}: {err}") from None
 
 
+CODE_DIRS = ("bench", "models", "runners")
+
+
+def code_fingerprint(root: Path | None = None) -> str:
+    """A short hash of the training code (every .py under bench/, models/, runners/), committed or not.
+
+    Stored with the study and with every trial: trials trained by different code are not comparable,
+    and a commit hash alone misses uncommitted edits.
+    """
+    import hashlib
+
+    root = root or Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for d in CODE_DIRS:
+        for path in sorted((root / d).rglob("*.py")):
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def code_change_warning(study: Any, fingerprint: str) -> str | None:
+    """Record the code fingerprint on a new study; on a resumed one, a warning if the code has changed."""
+    stored = study.user_attrs.get("code_fingerprint")
+    if stored is None:
+        study.set_user_attr("code_fingerprint", fingerprint)
+        return None
+    if stored == fingerprint:
+        return None
+    return (f"the training code changed since study {study.study_name!r} was created (code fingerprint {stored} "
+            f"then, {fingerprint} now): new trials are not comparable with the earlier ones; use a new "
+            "--study-name unless the change cannot affect results")
+
+
 @dataclass(frozen=True)
 class StudyIdentity:
     """What makes trials of one study comparable; stored as study user attributes when it is created."""

@@ -210,6 +210,8 @@ def run(args: argparse.Namespace) -> int:
 
     from bench.engines import NonFiniteLoss
     from bench.tuning_study import (
+        code_change_warning,
+        code_fingerprint,
         create_or_load_study,
         make_pruner,
         make_sampler,
@@ -237,6 +239,8 @@ def run(args: argparse.Namespace) -> int:
     study, existing = retry_races(lambda: create_or_load_study(
         storage, study_name, objectives, StudyIdentity(args.dataset, args.method, objective_text),
         sampler=None, pruner=make_pruner(prune, args.pruner_startup_trials)))
+    fingerprint = code_fingerprint()
+    code_warning = code_change_warning(study, fingerprint)
     sampler_seed = (args.sampler_seed + (existing or 0)) if args.sampler_seed is not None else secrets.randbits(31)
     study.sampler = make_sampler(sampler_seed, args.startup_trials)
     out_dir = args.output_dir or STUDIES_DIR / study_name
@@ -246,6 +250,8 @@ def run(args: argparse.Namespace) -> int:
           + (f"resumed with {existing} trial(s)" if existing is not None else "created")
           + f" | objective {objective_text} ({', '.join(o.direction for o in objectives)})"
           + f" | pruning {pruning}")
+    if code_warning:
+        print(f"WARNING: {code_warning}", file=sys.stderr)
     print(f"search space {space.source}: " + "; ".join(f"{p.key} {p.describe()}" for p in space.params))
     if invalid_share > 0:
         print(f"  about {invalid_share:.0%} of random combinations are invalid for this config; such trials are "
@@ -258,10 +264,13 @@ def run(args: argparse.Namespace) -> int:
 
     tags = {"kind": "tune", "dataset": data.name, "method": args.method, "study_name": study_name,
             "storage": storage_display, "objective": objective_text, "data_source": data.source,
-            "search_space": str(space.source), **tracking.environment_tags(device)}
+            "search_space": str(space.source), "code_fingerprint": fingerprint,
+            **tracking.environment_tags(device)}
+    if code_warning:
+        tags["code_changed"] = code_warning
     setup = TrialSetup(space=space, base_cfg=trial_base, objectives=objectives, method=args.method, data=data,
                        device=device, precision=precision, seed=trial_base["seed"], experiment_id=experiment,
-                       parent_run_id="", study_name=study_name, prune=prune)
+                       parent_run_id="", study_name=study_name, prune=prune, code_fingerprint=fingerprint)
     status = 0
     with tracking.tracked_run(experiment, f"tune-{study_name}", tags=tags) as parent:
         setup.parent_run_id = parent.info.run_id

@@ -38,6 +38,8 @@ from bench.tuning_study import (
     StorageError,
     StudyIdentity,
     TrialCallback,
+    code_change_warning,
+    code_fingerprint,
     create_or_load_study,
     journal_path,
     make_pruner,
@@ -269,6 +271,25 @@ def test_resumed_study_must_match(tmp_path):
                              StudyIdentity("mnist", "noprop_dt", "val_acc"), None, None)
 
 
+def test_code_fingerprint_guards_resumed_studies(tmp_path):
+    """Trials of one study must come from one version of the training code, committed or not."""
+    root = tmp_path / "repo"
+    (root / "bench").mkdir(parents=True)
+    (root / "bench" / "engines.py").write_text("LR = 1\n")
+    before = code_fingerprint(root)
+    assert code_fingerprint(root) == before
+    (root / "bench" / "engines.py").write_text("LR = 2\n")  # an uncommitted edit
+    after = code_fingerprint(root)
+    assert after != before
+    assert len(code_fingerprint()) == 12  # the real repository
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path}/optuna.db"), study_name="s")
+    assert code_change_warning(study, before) is None and study.user_attrs["code_fingerprint"] == before
+    assert code_change_warning(study, before) is None
+    warning = code_change_warning(study, after)
+    assert warning and "training code changed" in warning and before in warning and after in warning
+
+
 # ----------------------------------------------------------------------------------------- the CLI, for real
 def test_cli_invalid_search_space_exits_2_before_any_trial(tmp_path, capsys):
     """No data, storage or MLflow is touched: the space is checked first."""
@@ -312,7 +333,8 @@ def test_tiny_study_end_to_end(tmp_path, mnist_data_dir):
 
     study = optuna.load_study(study_name="e2e", storage=storage)
     assert_trials_accounted(study, 3)
-    assert study.user_attrs == {"dataset": "mnist", "method": "noprop_dt", "objective": "val_acc"}
+    assert {k: study.user_attrs[k] for k in ("dataset", "method", "objective")} == \
+        {"dataset": "mnist", "method": "noprop_dt", "objective": "val_acc"}
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert complete, "no trial completed"
 
@@ -321,6 +343,8 @@ def test_tiny_study_end_to_end(tmp_path, mnist_data_dir):
     parent = parents.iloc[0]
     assert parent["status"] == "FINISHED" and parent["tags.objective"] == "val_acc"
     assert parent["tags.storage"] == storage and parent["tags.best_trial"] == str(study.best_trial.number)
+    assert parent["tags.code_fingerprint"] == study.user_attrs["code_fingerprint"] == code_fingerprint()
+    assert all(t.user_attrs["code_fingerprint"] == code_fingerprint() for t in study.trials)
 
     runs = child_runs(tmp_path, "e2e")
     assert len(runs) == 3

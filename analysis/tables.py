@@ -65,7 +65,8 @@ def display(table: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"method": table["method"], "seeds": table["seeds"]})
     for metric, heading, scale, decimals in COLUMNS:
         if metric in table:
-            out[heading] = [_fmt(m, s, scale, decimals) for m, s in zip(table[metric], table[f"{metric}_se"], strict=True)]
+            pairs = zip(table[metric], table[f"{metric}_se"], strict=True)
+            out[heading] = [_fmt(m, s, scale, decimals) for m, s in pairs]
     if "peak_mem_kind" in table:
         out["memory kind"] = table["peak_mem_kind"]
     return out

@@ -8,7 +8,8 @@ the progress bar), grads are freed with `set_to_none=True`, evaluation runs in l
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -229,7 +230,7 @@ class NoPropEngine(Engine):
         mse = (mse_sum / (seen / T)).tolist()
         ce = ce_sum.item() / seen
         weights = self.model.weights.tolist()
-        out = {"train_loss": sum(w * m for w, m in zip(weights, mse)) + ce, "train_ce": ce}
+        out = {"train_loss": sum(w * m for w, m in zip(weights, mse, strict=True)) + ce, "train_ce": ce}
         out.update({f"train_block_mse/{t:02d}": m for t, m in enumerate(mse, start=1)})
         return out
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 import contextlib
 import platform
 import subprocess
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import mlflow
 import torch

@@ -41,7 +41,7 @@ class ImageEncoder(nn.Module):
 def mlp(sizes: list[int]) -> nn.Sequential:
     """Linear → BatchNorm → ReLU for every layer but the last, which stays linear."""
     layers: list[nn.Module] = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers += [nn.BatchNorm1d(b), nn.ReLU(inplace=True)]

@@ -90,8 +90,8 @@ def load_data(cfg: dict[str, Any], args: argparse.Namespace, device) -> data_lib
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.training import run_method  # heavy imports after argument checks
     from analysis import tables
+    from bench.training import run_method  # heavy imports after argument checks
 
     cfg = resolve_config(args)
     device = resolve_device(cfg["device"])

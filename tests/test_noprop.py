@@ -105,7 +105,7 @@ def test_every_method_trains_and_evaluates(dataset, method):
     before = [p.detach().clone() for p in model.parameters()]
     metrics = engine.train_epoch(data.train_x, data.train_y, epoch=1, epochs=1)
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
-    changed = sum(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters()))
+    changed = sum(not torch.equal(a, b.detach()) for a, b in zip(before, model.parameters(), strict=True))
     assert changed >= len(before) - 1  # onehot: every trainable tensor moves
     out = engine.evaluate(data.val_x, data.val_y, diagnostics=True)
     assert 0.0 <= out["acc"] <= 1.0

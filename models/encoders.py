@@ -1,8 +1,44 @@
 """Building blocks shared by every method, so that the methods differ only in how they are trained."""
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+
+class CheapDropout(nn.Module):
+    """Dropout whose CPU mask costs a quarter of the random-number calls of `nn.Dropout`.
+
+    On CPU, `nn.Dropout` draws one Mersenne-Twister number per element, single-threaded; it was ~20 % of
+    a NoProp-DT training step on 2 cores. Here every 64-bit draw is cut into four 15-bit uniforms, so an
+    element is dropped with probability ceil(p·2¹⁵)/2¹⁵ (within 3·10⁻⁵ of p) and the survivors are scaled
+    by 1/(1 − p) as usual. Only the boolean mask is kept for backward. Off the CPU (CUDA draws masks
+    cheaply in parallel) and in eval mode it is exactly `nn.Dropout`.
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or x.device.type != "cpu":
+            return F.dropout(x, self.p, self.training)
+        dense = x.is_contiguous() or (x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last))
+        if not dense:
+            x = x.contiguous()
+        n = x.numel()
+        words = torch.empty((n + 3) // 4, dtype=torch.int64, device=x.device).random_()
+        # the mask takes x's strides, so channels_last inputs stay channels_last
+        lanes = words.view(torch.int16)[:n].as_strided(x.shape, x.stride())
+        keep = (lanes & 0x7FFF) >= math.ceil(self.p * 2**15)
+        return torch.where(keep, x, 0) * (1 / (1 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def conv_stage(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
@@ -11,7 +47,7 @@ def conv_stage(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
         nn.BatchNorm2d(c_out),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
-        nn.Dropout(dropout),
+        CheapDropout(dropout),
     )
 
 

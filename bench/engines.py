@@ -252,7 +252,7 @@ def chain_metrics(model: NoPropDT, chunks: Iterator[tuple[torch.Tensor, torch.Te
 
     acc: the paper's inference (z_0 ~ N(0, I), noise at every step), class probabilities averaged
     over `samples` noise draws. With diagnostics also: deterministic inference (no noise), accuracy
-    after k = 1..T blocks, the last block alone fed pure noise, per-block denoising MSE on
+    after k = 1..T blocks (the model's readout after step k), the last block alone fed pure noise, per-block denoising MSE on
     z_{t−1} ~ q(z_{t−1} | y), and the head on the clean class embeddings.
     """
     T = model.T
@@ -295,6 +295,9 @@ def embedding_health(model: NoPropDT) -> dict[str, float]:
     embed = model.embed.detach().float()
     norms = embed.norm(dim=1)
     dist = torch.cdist(embed, embed).fill_diagonal_(float("inf"))
-    head_ok = (model.head(embed).argmax(1) == torch.arange(embed.shape[0], device=embed.device)).float().mean()
-    return {"embed_norm_mean": norms.mean().item(), "embed_norm_min": norms.min().item(),
-            "embed_min_pairwise_dist": dist.min().item(), "head_on_clean_acc": head_ok.item()}
+    out = {"embed_norm_mean": norms.mean().item(), "embed_norm_min": norms.min().item(),
+           "embed_min_pairwise_dist": dist.min().item()}
+    if model.head is not None:  # backprop-blocks reads out block T's logits and has no head
+        classes = torch.arange(embed.shape[0], device=embed.device)
+        out["head_on_clean_acc"] = (model.head(embed).argmax(1) == classes).float().mean().item()
+    return out

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import os
 import platform
 from pathlib import Path
@@ -52,6 +54,38 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@functools.cache
+def keep_freed_memory_mapped() -> bool:
+    """Stop glibc from returning freed tensor memory to the OS between training steps (CPU, Linux).
+
+    By default glibc serves large blocks with mmap and trims the heap on free, so every step's activation
+    buffers come back as fresh pages: 63,000 page faults per NoProp-DT step here, a quarter of its time.
+    Raising both thresholds to 1 GiB keeps the pages mapped (157 faults per step). The process then keeps
+    freed memory until `release_freed_memory` hands it back, which `DevicePeak.reset` does so that one
+    phase's peak RSS does not carry another's. Returns whether the setting took (False off glibc).
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    m_trim_threshold, m_mmap_threshold, one_gib = -1, -3, 1 << 30
+    return bool(libc.mallopt(m_mmap_threshold, one_gib)) and bool(libc.mallopt(m_trim_threshold, one_gib))
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free pages to the OS (glibc `malloc_trim`); a no-op off glibc."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def synchronize(device: torch.device) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from bench.hardware import release_freed_memory
+
 CUDA_KIND = "cuda_max_allocated"
 RSS_KIND = "cpu_peak_rss"
 
@@ -43,6 +45,7 @@ class DevicePeak:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
             return
+        release_freed_memory()  # memory a previous phase freed but kept mapped must not count here
         try:  # "5" resets the peak RSS counter (Linux >= 4.0); elsewhere the peak is process-wide
             Path("/proc/self/clear_refs").write_text("5")
             self.rss_reset = True

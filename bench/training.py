@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from bench import config as config_lib
 from bench.data import DataSplits
 from bench.engines import BackpropEngine, Engine, NoPropEngine
-from bench.hardware import synchronize
+from bench.hardware import keep_freed_memory_mapped, synchronize
 from bench.memory import DevicePeak
 from bench.schedules import Schedule, make_schedule
 from bench.tracking import tracked_run
@@ -62,11 +62,14 @@ def build_model(method: str, cfg: dict[str, Any], data: DataSplits) -> torch.nn.
         data.in_channels, data.image_size, data.num_classes, schedule_from(cfg),
         embedding=np_cfg["embedding"], embed_dim=np_cfg["embed_dim"], prototypes=prototypes,
         decoder_hidden=np_cfg["decoder_hidden"] if method == "noprop_dt_decoder" else None,
+        readout="last_block" if method == "backprop_blocks" else "head",
     )
 
 
 def build_engine(method: str, model: torch.nn.Module, cfg: dict[str, Any], device: torch.device,
                  precision: str, seed: int, lean: bool = True) -> Engine:
+    if device.type == "cpu":
+        keep_freed_memory_mapped()
     engine_cls = NoPropEngine if method.startswith("noprop") else BackpropEngine
     engine = engine_cls(method, model, cfg, device, precision, seed, lean=lean)
     if cfg["compile"]:

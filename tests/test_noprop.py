@@ -155,3 +155,28 @@ def test_a_useless_head_is_seen_by_the_diagnostics():
         model.head.weight.zero_()
         model.head.bias.copy_(torch.arange(10.0))  # always predicts class 9
     assert embedding_health(model)["head_on_clean_acc"] == pytest.approx(0.1)
+
+
+def test_backprop_blocks_reads_out_the_last_blocks_logits_through_the_whole_chain():
+    cfg = tiny_config()
+    data = synthetic_splits()
+    model = build_model("backprop_blocks", cfg, data).eval()
+    assert model.readout == "last_block" and model.head is None
+    x = data.train_x[:8]
+    z = model.initial_latent(8, False, x)
+    for t in range(1, model.T):
+        z, _ = model.step(t, x, z, noise=False)
+    _, expected = model.blocks[-1](x, z, model.embed)
+    assert torch.allclose(model(x, noise=False), expected.float())
+    # end to end: the loss on the readout reaches every block
+    model.train()
+    torch.nn.functional.cross_entropy(model(x), data.train_y[:8]).backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.blocks[0].image.parameters())
+
+
+def test_noprop_variants_keep_the_head_readout_and_unknown_readouts_are_errors():
+    cfg = tiny_config()
+    data = synthetic_splits()
+    assert build_model("noprop_dt", cfg, data).readout == "head"
+    with pytest.raises(ValueError, match="unknown readout"):
+        NoPropDT(1, 28, 10, schedule_from(cfg), readout="softmax")

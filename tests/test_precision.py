@@ -51,3 +51,18 @@ def test_each_precision_trains_finitely_with_the_same_output_shape(method, preci
     assert logits.shape == (len(data.val_y), 10)
     # master weights stay fp32 under autocast
     assert all(p.dtype == torch.float32 for p in engine.model.parameters())
+
+
+@pytest.mark.skipif(not hardware.keep_freed_memory_mapped(), reason="needs glibc (Linux)")
+def test_freed_tensor_memory_is_reused_without_page_faults():
+    """A training step reallocates the same activation sizes; after the first, they must not fault again."""
+    import resource
+
+    def faults_for_one_buffer() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(8 << 20)  # 32 MiB, allocated, touched, freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    faults_for_one_buffer()
+    # a fresh 32 MiB mapping would take 8,192 page faults of 4 KiB
+    assert faults_for_one_buffer() < 500

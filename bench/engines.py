@@ -252,8 +252,8 @@ def chain_metrics(model: NoPropDT, chunks: Iterator[tuple[torch.Tensor, torch.Te
 
     acc: the paper's inference (z_0 ~ N(0, I), noise at every step), class probabilities averaged
     over `samples` noise draws. With diagnostics also: deterministic inference (no noise), accuracy
-    after k = 1..T blocks (the model's readout after step k), the last block alone fed pure noise, per-block denoising MSE on
-    z_{t−1} ~ q(z_{t−1} | y), and the head on the clean class embeddings.
+    after k = 1..T blocks (the model's readout after step k), the last block alone fed pure noise,
+    per-block denoising MSE on z_{t−1} ~ q(z_{t−1} | y), and the head on the clean class embeddings.
     """
     T = model.T
     n = 0

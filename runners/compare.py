@@ -20,6 +20,7 @@ from bench import data as data_lib
 from bench import tracking
 from bench.engines import NonFiniteLoss
 from bench.hardware import DeviceError, resolve_device, resolve_precision
+from runners.cli import HelpFormatter
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m runners.compare",
         description="Train NoProp-DT and backprop baselines side by side, track them in MLflow, print a table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--dataset", required=True, choices=data_lib.DATASETS, help="which real dataset to use")
     p.add_argument("--config", type=Path, default=None,

@@ -23,6 +23,7 @@ from bench import data as data_lib
 from bench.benchmarks.steps import make_step
 from bench.hardware import autocast, describe, resolve_device, synchronize
 from bench.training import build_engine, build_model, seed_everything
+from runners.cli import HelpFormatter
 
 VARIANTS = (("eager-fp32", "fp32", True), ("fp32", "fp32", False), ("bf16", "bf16", False))
 
@@ -88,7 +89,7 @@ def time_to_accuracy(target: float, precisions: list[str], max_epochs: int, devi
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m runners.throughput", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=HelpFormatter)
     p.add_argument("--dataset", choices=data_lib.DATASETS, default="mnist", help="input shape to benchmark")
     p.add_argument("--methods", nargs="+", choices=config_lib.METHODS, default=list(config_lib.METHODS))
     p.add_argument("--steps", type=int, default=10, help="timed training steps per variant")

@@ -38,6 +38,7 @@ from bench.tuning import (
     parse_objectives,
 )
 from bench.tuning_study import DEFAULT_STORAGE, StorageError, StudyIdentity, TrialCallback, mask_url
+from runners.cli import HelpFormatter
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / "configs"
@@ -55,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m runners.tune",
         description="Search NoProp-DT's noise schedule and η with Optuna on the validation split; every trial "
                     "is an MLflow child run, the best configuration is written as a config file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--dataset", required=True, choices=data_lib.DATASETS, help="which real dataset to use")
     p.add_argument("--trials", type=int, default=None,

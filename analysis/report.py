@@ -310,7 +310,8 @@ class Section:
                                                   ylabel=f"accuracy after k blocks (%, {where})",
                                                   title=f"{self.title}: accuracy after k blocks"),
                             f"Accuracy when the chain stops after k blocks (`{prefix}/<kk>`, {where}); mean ± s.e. "
-                            "over seeds.")
+                            "over seeds. NoProp-DT reads out the head on z_k; backprop-blocks reads out block k's "
+                            "own class logits, which end-to-end training asks only of block T.")
                 drawn = True
                 break
         else:

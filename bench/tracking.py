@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import platform
+import signal
 import subprocess
 from collections.abc import Iterator
 from importlib import metadata
@@ -71,10 +72,23 @@ def environment_tags(device: torch.device) -> dict[str, str]:
     return tags
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a batch scheduler, `timeout`): it ends runs like Ctrl-C does, as KILLED."""
+
+
+def stop_on_sigterm() -> None:
+    """Turn SIGTERM into `Terminated` in the main thread, so interrupted runs are marked, not left RUNNING."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise Terminated(f"terminated by signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 @contextlib.contextmanager
 def tracked_run(experiment: str, run_name: str, *, parent_run_id: str | None = None,
                 tags: dict[str, Any] | None = None) -> Iterator[mlflow.ActiveRun]:
-    """A run that ends FINISHED, FAILED on an exception (with the error as a tag) or KILLED on Ctrl-C.
+    """A run that ends FINISHED, FAILED on an exception (with the error as a tag) or KILLED on Ctrl-C/SIGTERM.
 
     Metrics logged before the failure stay in the store.
     """
@@ -85,8 +99,8 @@ def tracked_run(experiment: str, run_name: str, *, parent_run_id: str | None = N
                            nested=nested, tags=tags)
     try:
         yield run
-    except KeyboardInterrupt:
-        mlflow.set_tag("error", "interrupted by the user (KeyboardInterrupt)")
+    except KeyboardInterrupt as err:
+        mlflow.set_tag("error", str(err) or "interrupted by the user (KeyboardInterrupt)")
         mlflow.end_run("KILLED")
         raise
     except BaseException as err:

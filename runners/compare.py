@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tracking.stop_on_sigterm()
     try:
         return run(args)
     except config_lib.ConfigError as err:
@@ -154,9 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     except IncompleteComparison as err:
         print(f"{parser.prog}: {err}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\ninterrupted: runs marked KILLED, finished epochs are kept in MLflow", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"\n{err or 'interrupted'}: runs marked KILLED, finished epochs are kept in MLflow", file=sys.stderr)
+        return 143 if isinstance(err, tracking.Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -384,16 +384,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*ExperimentalWarning.*")
+    tracking.stop_on_sigterm()
     try:
         return run(args)
     except (UsageError, ObjectiveError, SearchSpaceError, config_lib.ConfigError, StorageError, DeviceError) as err:
         parser.exit(2, f"{parser.prog}: error: {err}\n")
     except data_lib.DataError as err:
         parser.exit(2, f"{parser.prog}: data error: {err}\n")
-    except KeyboardInterrupt:
-        print("\ninterrupted: the running trial is marked FAIL (its MLflow run KILLED); finished trials are kept "
-              "in the study and the best config so far was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"\n{err or 'interrupted'}: the running trial is marked FAIL (its MLflow run KILLED); finished trials "
+              "are kept in the study and the best config so far was written", file=sys.stderr)
+        return 143 if isinstance(err, tracking.Terminated) else 130
 
 
 if __name__ == "__main__":

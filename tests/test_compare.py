@@ -187,3 +187,37 @@ def test_cli_help_lists_every_option():
     for option in ("--config", "--methods", "--epochs", "--seed", "--seeds", "--device", "--data-dir",
                    "--data-mirror", "--tracking-uri", "--quick", "--precision", "--set"):
         assert option in out
+
+
+def test_sigterm_marks_runs_killed_and_keeps_finished_epochs(store, mnist_data_dir, mirror_dir):
+    """A scheduler's or `kill`'s SIGTERM must not leave runs RUNNING forever."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "-m", "runners.compare", "--dataset", "mnist", "--data-dir", str(mnist_data_dir),
+           "--data-mirror", str(mirror_dir), "--tracking-uri", store, *TINY,
+           "--methods", "backprop_cnn", "--epochs", "500"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**__import__("os").environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+    client = mlflow.MlflowClient(tracking_uri=store)
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            df = runs(store)
+            kids = df[df["tags.kind"] == "method"] if len(df) else df
+            if len(kids) and client.get_metric_history(kids["run_id"].iloc[0], "val_acc"):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the compare run never logged an epoch")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err[-2000:]
+    assert "terminated by signal SIGTERM" in err
+    df = runs(store)
+    assert set(df["status"]) == {"KILLED"}
+    child = df[df["tags.kind"] == "method"].iloc[0]
+    assert child["tags.error"] == "terminated by signal SIGTERM"
+    assert len(client.get_metric_history(child["run_id"], "val_acc")) >= 1

@@ -65,19 +65,8 @@ def accuracy_vs_epoch(curves: pd.DataFrame, methods: list[str], path: Path, *, t
     data = curves.dropna(subset=["val_acc"]) if "val_acc" in curves else curves.iloc[0:0]
     if data.empty:
         return None
-    data = data.assign(acc=data["val_acc"] * 100.0)
-    order = [m for m in methods if m in set(data["method"])]
-    with plt.rc_context(RC):
-        fig, (ax,) = _figure()
-        sns.lineplot(data=data, x="step", y="acc", hue="method", hue_order=order, palette=palette(order),
-                     errorbar="se", marker="o", ax=ax)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("validation accuracy (%)")
-        ax.set_title(title)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        _style(ax)
-        _legend(ax)
-        return save(fig, path)
+    return mean_lines(data.assign(acc=data["val_acc"] * 100.0), methods, path, x="step", y="acc",
+                      xlabel="epoch", ylabel="validation accuracy (%)", title=title)
 
 
 def accuracy_vs_time(curves: pd.DataFrame, methods: list[str], path: Path, *, title: str) -> Path | None:
@@ -157,9 +146,9 @@ def cost_bars(runs: pd.DataFrame, methods: list[str], path: Path, *, title: str)
         return save(fig, path)
 
 
-def per_block_lines(long: pd.DataFrame, methods: list[str], path: Path, *, x: str, y: str, xlabel: str,
-                    ylabel: str, title: str, logy: bool = False) -> Path | None:
-    """One line per method over blocks (k or t), mean over seeds with ± s.e. band."""
+def mean_lines(long: pd.DataFrame, methods: list[str], path: Path, *, x: str, y: str, xlabel: str,
+               ylabel: str, title: str, logy: bool = False) -> Path | None:
+    """One line per method over an integer axis (epoch, block k or t), mean over seeds with ± s.e. band."""
     if long.empty:
         return None
     order = [m for m in methods if m in set(long["method"])]

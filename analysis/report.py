@@ -305,10 +305,10 @@ class Section:
             cols = suffix_columns(runs, prefix)
             if cols:
                 long = self._long(runs, cols, "k", "acc", 100.0)
-                self.figure(plots.per_block_lines(long, self.methods, self.fig_dir / f"{ds}-acc-after-k.png",
-                                                  x="k", y="acc", xlabel="blocks used (k)",
-                                                  ylabel=f"accuracy after k blocks (%, {where})",
-                                                  title=f"{self.title}: accuracy after k blocks"),
+                self.figure(plots.mean_lines(long, self.methods, self.fig_dir / f"{ds}-acc-after-k.png",
+                                             x="k", y="acc", xlabel="blocks used (k)",
+                                             ylabel=f"accuracy after k blocks (%, {where})",
+                                             title=f"{self.title}: accuracy after k blocks"),
                             f"Accuracy when the chain stops after k blocks (`{prefix}/<kk>`, {where}); mean ± s.e. "
                             "over seeds. NoProp-DT reads out the head on z_k; backprop-blocks reads out block k's "
                             "own class logits, which end-to-end training asks only of block T.")
@@ -321,10 +321,10 @@ class Section:
             cols = suffix_columns(runs, prefix)
             if cols:
                 long = self._long(runs, cols, "t", "mse", 1.0)
-                self.figure(plots.per_block_lines(long, self.methods, self.fig_dir / f"{ds}-block-mse.png",
-                                                  x="t", y="mse", xlabel="block t", logy=True,
-                                                  ylabel=f"denoising error (MSE, {where})",
-                                                  title=f"{self.title}: per-block denoising error"),
+                self.figure(plots.mean_lines(long, self.methods, self.fig_dir / f"{ds}-block-mse.png",
+                                             x="t", y="mse", xlabel="block t", logy=True,
+                                             ylabel=f"denoising error (MSE, {where})",
+                                             title=f"{self.title}: per-block denoising error"),
                             f"Per-block denoising error (`{prefix}/<tt>`, {where}; log scale); NoProp-DT only.")
                 drawn = True
                 break

@@ -66,3 +66,10 @@ def test_freed_tensor_memory_is_reused_without_page_faults():
     faults_for_one_buffer()
     # a fresh 32 MiB mapping would take 8,192 page faults of 4 KiB
     assert faults_for_one_buffer() < 500
+
+
+def test_vmap_probe_computes_what_the_per_block_loop_computes():
+    """The vectorised-blocks benchmark only means something if vmap trains the same function as the loop."""
+    from bench.benchmarks.vectorised import check_same_function
+
+    assert check_same_function(T=3, batch=8, device=torch.device("cpu")) < 1e-4
